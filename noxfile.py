@@ -1,0 +1,89 @@
+"""Sessions of mlrepro. Each builds or reuses a locked environment, then delegates.
+
+    nox -s verify_gpu                 # versions, devices, GPU-versus-CPU checks
+    nox -s train_resnet_tf -- --epochs 1
+    nox -s tests                      # the whole offline suite
+
+Arguments after `--` go to the workload (or to pytest).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import nox
+
+sys.path.insert(0, str(Path(__file__).parent / "src"))
+
+from mlrepro import locking, provision  # noqa: E402
+
+nox.needs_version = ">=2024.3.2"
+nox.options.default_venv_backend = "none"
+nox.options.sessions = ["tests"]
+
+# Hub calls hang for about 45 s before failing when the network is closed.
+OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+
+
+@nox.session
+def verify_gpu(session: nox.Session) -> None:
+    """Report versions and devices, and check each GPU against the CPU."""
+    run_workload(session, "verify-gpu")
+
+
+@nox.session
+def train_resnet_tf(session: nox.Session) -> None:
+    """Train Keras ResNet50 on CIFAR-100 (TensorFlow, Metal on a Mac)."""
+    run_workload(session, "train-resnet-tf")
+
+
+@nox.session
+def train_distilgpt2(session: nox.Session) -> None:
+    """Fine-tune distilgpt2 on wikitext-2 with the Hugging Face Trainer."""
+    run_workload(session, "train-distilgpt2")
+
+
+@nox.session
+def infer_resnet_torch(session: nox.Session) -> None:
+    """Run torchvision ResNet-50 inference (MPS on a Mac, else CUDA or CPU)."""
+    run_workload(session, "infer-resnet-torch")
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Run the whole offline test suite."""
+    run_pytest(session)
+
+
+@nox.session
+def smoke(session: nox.Session) -> None:
+    """Run the end-to-end smoke tests on tiny local data only."""
+    run_pytest(session, "-m", "smoke")
+
+
+@nox.session
+def lock(session: nox.Session) -> None:
+    """Regenerate the hash-locked requirements of every platform from environments/*.yml."""
+    uv = provision.find_uv(session.log)
+    for platform_name in locking.PLATFORMS:
+        for role in ("runtime", "test"):
+            path = locking.compile_lock(uv, platform_name, role)
+            session.log(f"Wrote {path.relative_to(locking.ROOT)}")
+
+
+def locked_python(session: nox.Session, role: str) -> str:
+    try:
+        return str(provision.ensure_env(role, session.log))
+    except locking.LockError as error:
+        session.error(str(error))
+
+
+def run_workload(session: nox.Session, command: str) -> None:
+    python = locked_python(session, "runtime")
+    session.run(python, "-m", "mlrepro", command, *session.posargs, external=True)
+
+
+def run_pytest(session: nox.Session, *args: str) -> None:
+    python = locked_python(session, "test")
+    session.run(python, "-m", "pytest", *args, *session.posargs, external=True, env=OFFLINE)

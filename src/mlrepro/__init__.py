@@ -1,0 +1,3 @@
+"""mlrepro: TensorFlow and PyTorch demo workloads, run reproducibly from locked environments."""
+
+__version__ = "0.1.0"

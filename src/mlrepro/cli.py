@@ -1,0 +1,142 @@
+"""The `mlrepro` command: one subcommand per workload.
+
+    mlrepro verify-gpu [--require-gpu]
+    mlrepro train-resnet-tf --epochs 1 --train-limit 1000
+    mlrepro train-distilgpt2 --output-dir outputs/distilgpt2
+    mlrepro infer-resnet-torch --image cat.jpg
+
+Every workload prints a metrics summary, writes it as JSON with --output, and
+keeps a run record under runs/ unless --no-record is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from types import ModuleType
+
+from mlrepro import __version__
+from mlrepro.errors import CheckFailed, UsageError
+from mlrepro.runs import DEFAULT_RUNS_DIR, RunRecord
+from mlrepro.seeding import DEFAULT_SEED
+
+logger = logging.getLogger("mlrepro")
+
+# Subcommand -> module with add_arguments(parser) and run(args, record) -> summary dict.
+WORKLOADS = {
+    "verify-gpu": "mlrepro.workloads.verify_gpu",
+    "train-resnet-tf": "mlrepro.workloads.train_resnet_tf",
+    "train-distilgpt2": "mlrepro.workloads.train_distilgpt2",
+    "infer-resnet-torch": "mlrepro.workloads.infer_resnet_torch",
+}
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("run options")
+    group.add_argument("--output", type=Path, metavar="PATH", help="also write the metrics summary to this JSON file")
+    group.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed for Python, NumPy, TensorFlow and torch (default: %(default)s)")
+    group.add_argument("--deterministic", action="store_true", help="turn on TensorFlow op determinism and torch deterministic algorithms (slower)")
+    group.add_argument(
+        "--runs-dir", type=Path, default=Path(os.environ.get("MLREPRO_RUNS_DIR", DEFAULT_RUNS_DIR)),
+        help="folder for run records (default: $MLREPRO_RUNS_DIR or %(default)s)",
+    )  # fmt: skip
+    group.add_argument("--no-record", action="store_true", help="keep no run record")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mlrepro",
+        description="Run TensorFlow and PyTorch demo workloads reproducibly, on Apple Silicon GPUs or on the CPU.",
+    )
+    parser.add_argument("--version", action="version", version=f"mlrepro {__version__}")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="logging level (default: %(default)s)")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    for command, module_name in WORKLOADS.items():
+        module = importlib.import_module(module_name)
+        summary_line = (module.__doc__ or "").strip().splitlines()[0]
+        subparser = subparsers.add_parser(
+            command, help=summary_line, description=module.__doc__,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )  # fmt: skip
+        module.add_arguments(subparser)
+        add_common_arguments(subparser)
+        subparser.set_defaults(handler=lambda args, module=module: run_workload(module, args))
+
+    return parser
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    # TensorFlow's C++ INFO lines (oneDNN notices and the like) drown the progress output.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+
+
+def start_record(args: argparse.Namespace) -> RunRecord:
+    config = {key: value for key, value in vars(args).items() if key != "handler"}
+    if args.no_record:
+        return RunRecord.disabled(args.command)
+    return RunRecord.create(args.runs_dir, args.command, config)
+
+
+def print_summary(command: str, summary: dict) -> None:
+    print(f"\n{command} summary")
+    for key, value in summary.items():
+        if isinstance(value, float):
+            value = f"{value:.6g}"
+        elif isinstance(value, (dict, list)):
+            value = json.dumps(value, default=str)
+        print(f"  {key}: {value}")
+
+
+def write_output(path: Path | None, summary: dict) -> None:
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
+    logger.info("Wrote %s", path)
+
+
+def run_workload(module: ModuleType, args: argparse.Namespace) -> int:
+    """Run one workload inside its run record; return the exit code."""
+    record = start_record(args)
+    try:
+        summary = module.run(args, record)
+    except KeyboardInterrupt:
+        record.close("interrupted")
+        logger.error("Interrupted; the run record is marked interrupted")
+        return 130
+    except CheckFailed as failure:
+        record.close("failed", failure.summary)
+        print_summary(args.command, failure.summary)
+        write_output(args.output, failure.summary)
+        logger.error("%s", failure)
+        return 1
+    except BaseException as error:
+        record.close("failed", {"error": f"{type(error).__name__}: {error}"})
+        raise
+
+    record.close("finished", summary)
+    print_summary(args.command, summary)
+    write_output(args.output, summary)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    configure_logging(args.log_level)
+    try:
+        return args.handler(args)
+    except UsageError as error:
+        print(f"mlrepro {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
