@@ -69,7 +69,7 @@ def lock(session: nox.Session) -> None:
     for platform_name in locking.PLATFORMS:
         for role in ("runtime", "test"):
             path = locking.compile_lock(uv, platform_name, role)
-            session.log(f"Wrote {path.relative_to(locking.ROOT)}")
+            session.log(f"Wrote {locking.display_path(path)}")
 
 
 def locked_python(session: nox.Session, role: str) -> str:

@@ -161,12 +161,17 @@ def check_lock(platform_name: str, role: str = "runtime") -> None:
     path = lock_path(platform_name, role)
     recorded = recorded_digest(path)
     if recorded is None:
-        raise LockError(f"{path.relative_to(ROOT)} is missing; run `{LOCK_COMMAND} -- --pip-only` to create it")
+        raise LockError(f"{display_path(path)} is missing; run `{LOCK_COMMAND} -- --pip-only` to create it")
     if recorded != input_digest(platform_name, role):
         raise LockError(
-            f"{path.relative_to(ROOT)} is stale against environments/*.yml; "
+            f"{display_path(path)} is stale against environments/*.yml; "
             f"run `{LOCK_COMMAND} -- --pip-only` to update it"
         )
+
+
+def display_path(path: Path) -> str:
+    """Show a path relative to the repository when it is inside it."""
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 def compile_lock(uv: str, platform_name: str, role: str = "runtime") -> Path:

@@ -105,7 +105,7 @@ def build_uv_env(prefix: Path, role: str, platform_name: str, log: Log) -> None:
     python_version, _ = locking.lock_inputs(platform_name, role)
     environment = dict(os.environ, UV_PYTHON_DOWNLOADS="never")
 
-    log(f"Creating {prefix} from {lock.relative_to(locking.ROOT)}")
+    log(f"Creating {prefix} from {locking.display_path(lock)}")
     try:
         subprocess.run(
             [uv, "venv", "--quiet", "--clear", "--python", python_version, str(prefix)],
