@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-from mlrepro import __version__
+from mlrepro import __version__, runs
 from mlrepro.errors import CheckFailed, UsageError
 from mlrepro.runs import DEFAULT_RUNS_DIR, RunRecord
 from mlrepro.seeding import DEFAULT_SEED
@@ -68,7 +68,42 @@ def build_parser() -> argparse.ArgumentParser:
         add_common_arguments(subparser)
         subparser.set_defaults(handler=lambda args, module=module: run_workload(module, args))
 
+    add_runs_commands(subparsers)
     return parser
+
+
+def add_runs_commands(subparsers) -> None:
+    runs_parser = subparsers.add_parser("runs", help="list run records or compare two of them")
+    runs_parser.add_argument(
+        "--runs-dir", type=Path, default=Path(os.environ.get("MLREPRO_RUNS_DIR", DEFAULT_RUNS_DIR)),
+        help="folder of run records (default: $MLREPRO_RUNS_DIR or %(default)s)",
+    )  # fmt: skip
+    actions = runs_parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    actions.add_parser("list", help="one line per run: name, workload, status, final metrics")
+    compare = actions.add_parser("compare", help="show the config, environment and metric differences of two runs")
+    compare.add_argument("first", help="run folder, its name, or a unique prefix of its name")
+    compare.add_argument("second", help="run folder, its name, or a unique prefix of its name")
+    runs_parser.set_defaults(handler=show_runs)
+
+
+def show_runs(args: argparse.Namespace) -> int:
+    if args.action == "list":
+        rows = runs.list_runs(args.runs_dir)
+        if not rows:
+            print(f"No run records in {args.runs_dir}")
+        for row in rows:
+            metrics = ", ".join(f"{key}={value:.4g}" for key, value in list(row["metrics"].items())[:4])
+            print(f"{row['run']:<45} {row['workload']:<20} {row['status']:<12} {metrics}")
+        return 0
+
+    first = runs.find_run(args.runs_dir, args.first)
+    second = runs.find_run(args.runs_dir, args.second)
+    print(f"A: {first}\nB: {second}")
+    for section, differences in runs.compare_runs(first, second).items():
+        print(f"\n{section}: {len(differences) or 'no'} difference(s)")
+        for key, (a, b) in differences.items():
+            print(f"  {key}: A={a!r} B={b!r}")
+    return 0
 
 
 def configure_logging(level: str) -> None:
