@@ -41,7 +41,7 @@ def select_torch_device(requested: str = "auto"):
             logger.warning("No CUDA or MPS device is available; running on the CPU")
         return torch.device(device_type)
 
-    device_type, _, index = requested.partition(":")
+    device_type, separator, index = requested.partition(":")
     if device_type not in DEVICE_CHOICES[1:]:
         raise UsageError(f"--device {requested!r} is not a device type; use one of {', '.join(DEVICE_CHOICES)}")
     if device_type not in available:
@@ -49,11 +49,25 @@ def select_torch_device(requested: str = "auto"):
             f"--device {requested} is not available on this machine; available: {', '.join(available)} "
             "(or pass --device auto)"
         )
-    if index and device_type == "cuda":
-        count = torch.cuda.device_count()
+    if separator:
+        # torch.device accepts "mps:1" and "cpu:1", but MPS and the CPU have one device each, index 0.
+        count = torch.cuda.device_count() if device_type == "cuda" else 1
         if not index.isdigit() or int(index) >= count:
-            raise UsageError(f"--device {requested}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
+            raise UsageError(
+                f"--device {requested}: this machine has {count} {device_type} device(s), "
+                f"{device_type}:0 to {device_type}:{count - 1}"
+            )
     return torch.device(requested)
+
+
+def synchronize_torch_device(device) -> None:
+    """Wait for the queued work on a CUDA or MPS device to finish, so a clock read after it is accurate."""
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
 
 
 def torch_device_name(device) -> str:
