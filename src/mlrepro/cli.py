@@ -69,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
         subparser.set_defaults(handler=lambda args, module=module: run_workload(module, args))
 
     add_runs_commands(subparsers)
+    add_env_command(subparsers)
     return parser
 
 
@@ -103,6 +104,24 @@ def show_runs(args: argparse.Namespace) -> int:
         print(f"\n{section}: {len(differences) or 'no'} difference(s)")
         for key, (a, b) in differences.items():
             print(f"  {key}: A={a!r} B={b!r}")
+    return 0
+
+
+def add_env_command(subparsers) -> None:
+    env_parser = subparsers.add_parser(
+        "env", help="print the environment report: OS, CPU, Python, locked versus installed packages, devices",
+        description="Print what this environment runs on: OS, CPU, Python, every locked package's installed "
+        "version with the drift from the lock, and TensorFlow's and torch's devices. Keeps no run record.",
+    )  # fmt: skip
+    env_parser.add_argument("--json", action="store_true", help="print the report as JSON instead of text")
+    env_parser.set_defaults(handler=show_env)
+
+
+def show_env(args: argparse.Namespace) -> int:
+    from mlrepro import report
+
+    facts = report.collect(include_frameworks=True)
+    print(report.render_json(facts) if args.json else report.render_text(facts))
     return 0
 
 
