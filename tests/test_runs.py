@@ -50,6 +50,7 @@ def test_finished_run_writes_every_file(tmp_path):
     assert summary["accuracy"] == 0.5
     assert config["seed"] == 7
     assert [entry["loss"] for entry in metrics] == [2.0, 1.5]
+    assert len(json.loads((directory / "env.json").read_text())["lock"]["sha256"]) == 64
     assert (directory / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -2,6 +2,7 @@
 
     runs/<UTC time>-<workload>/
         config.json     every argument of the run
+        env.json        the environment report (mlrepro.report) with the lock's sha256
         metrics.jsonl   one JSON object per logged step or epoch
         summary.json    final metrics and the run's status
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,22 @@ def utc_timestamp() -> str:
 
 def write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
+
+
+def environment_facts() -> dict[str, Any]:
+    """Return the environment report, with device facts for the frameworks this run imported.
+
+    Frameworks the run did not import stay out, so closing a record costs no import.
+    """
+    from mlrepro import report
+
+    facts = report.collect(include_frameworks=False)
+    installed = report.installed_versions()
+    if "tensorflow" in sys.modules:
+        facts["tensorflow"] = report.tensorflow_facts(installed)
+    if "torch" in sys.modules:
+        facts["torch"] = report.torch_facts()
+    return facts
 
 
 class RunRecord:
@@ -72,6 +90,7 @@ class RunRecord:
         if self.directory is None:
             return
         write_json(self.directory / "summary.json", {"workload": self.workload, "status": status, **(summary or {})})
+        write_json(self.directory / "env.json", environment_facts())
         try:
             plot_metrics(self.directory)
         except Exception as error:  # a broken plot must not hide the run's own result
