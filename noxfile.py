@@ -16,7 +16,8 @@ import nox
 
 sys.path.insert(0, str(Path(__file__).parent / "src"))
 
-from mlrepro import locking, provision  # noqa: E402
+from mlrepro import dockerimage, locking, provision  # noqa: E402
+from mlrepro.errors import UsageError  # noqa: E402
 
 nox.needs_version = ">=2024.3.2"
 nox.options.default_venv_backend = "none"
@@ -70,6 +71,32 @@ def lock(session: nox.Session) -> None:
         for role in ("runtime", "test"):
             path = locking.compile_lock(uv, platform_name, role)
             session.log(f"Wrote {locking.display_path(path)}")
+
+
+@nox.session
+def docker_base(session: nox.Session) -> None:
+    """Build mlrepro-base:bookworm (Debian, Python 3.11) with debootstrap, for builders with no registry."""
+    session.run("bash", "docker/make-base-image.sh", *session.posargs, external=True)
+
+
+@nox.session
+def docker_build(session: nox.Session) -> None:
+    """Build the CPU image mlrepro:cpu and its test target mlrepro:cpu-test from the Linux lock."""
+    try:
+        options = dockerimage.parse_build_options(session.posargs)
+        staged = dockerimage.stage_ca_certificates(options.ca_certs)
+    except UsageError as error:
+        session.error(str(error))
+    session.log(f"Base image {options.base_image}; {len(staged)} extra CA certificate(s) for the build")
+    for target in dockerimage.TARGETS:
+        session.run(*dockerimage.build_command(target, options), external=True)
+
+
+@nox.session
+def docker_smoke(session: nox.Session) -> None:
+    """Run verify-gpu, a non-root check and `pytest -m smoke` inside the images, with no network."""
+    for command in dockerimage.smoke_commands(session.posargs):
+        session.run(*command, external=True)
 
 
 def locked_python(session: nox.Session, role: str) -> str:
