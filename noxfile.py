@@ -16,12 +16,14 @@ import nox
 
 sys.path.insert(0, str(Path(__file__).parent / "src"))
 
-from mlrepro import dockerimage, locking, provision  # noqa: E402
+from mlrepro import condalock, dockerimage, locking, provision  # noqa: E402
 from mlrepro.errors import UsageError  # noqa: E402
 
 nox.needs_version = ">=2024.3.2"
 nox.options.default_venv_backend = "none"
 nox.options.sessions = ["tests"]
+
+PIP_ONLY_HINT = "To update only the uv locks, run `nox -s lock -- --pip-only`"
 
 # Hub calls hang for about 45 s before failing when the network is closed.
 OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
@@ -65,12 +67,24 @@ def smoke(session: nox.Session) -> None:
 
 @nox.session
 def lock(session: nox.Session) -> None:
-    """Regenerate the hash-locked requirements of every platform from environments/*.yml."""
-    uv = provision.find_uv(session.log)
-    for platform_name in locking.PLATFORMS:
-        for role in ("runtime", "test"):
-            path = locking.compile_lock(uv, platform_name, role)
-            session.log(f"Wrote {locking.display_path(path)}")
+    """Regenerate conda-lock.yml, then the uv locks; `-- --pip-only` regenerates the uv locks alone."""
+    if session.posargs not in ([], ["--pip-only"]):
+        session.error(f"invalid arguments {session.posargs}; the lock session takes only --pip-only")
+    try:
+        if session.posargs != ["--pip-only"]:
+            conda = condalock.require_conda_executable(PIP_ONLY_HINT)
+            uv = provision.find_uv(session.log)
+            conda_lock = condalock.ensure_tool_python(uv, locking.host_platform(), session.log)
+            condalock.lock(conda_lock, conda, session.log)
+        uv = provision.find_uv(session.log)
+        for platform_name in locking.PLATFORMS:
+            # The pip layer of conda-lock.yml, when it exists, so that both locks pin the same versions.
+            constraints = condalock.pip_constraints(platform_name)
+            for role in ("runtime", "test"):
+                path = locking.compile_lock(uv, platform_name, role, constraints)
+                session.log(f"Wrote {locking.display_path(path)}")
+    except locking.LockError as error:
+        session.error(str(error))
 
 
 @nox.session

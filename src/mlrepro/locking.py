@@ -23,6 +23,7 @@ import re
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,6 +50,8 @@ _SELECTOR_LINE = re.compile(r"(.+?)\s*(#.*)\[([^\[\]]+)\](?(2)[^\(\)]*)$")
 _DIGEST_LINE = re.compile(r"^# input-sha256: ([0-9a-f]{64})$", re.MULTILINE)
 
 LOCK_COMMAND = "nox -s lock"
+# The constraints file that compile_lock writes from conda-lock.yml's pip layer.
+CONDA_LOCK_PINS = "conda-lock-pip-layer.txt"
 
 
 class LockError(Exception):
@@ -174,9 +177,11 @@ def display_path(path: Path) -> str:
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
-def compile_lock(uv: str, platform_name: str, role: str = "runtime") -> Path:
+def compile_lock(uv: str, platform_name: str, role: str = "runtime", constraints: Sequence[str] = ()) -> Path:
     """Run `uv pip compile --generate-hashes` for one platform and role; return the lock path.
 
+    `constraints` are extra `name==version` pins, such as the pip layer of
+    conda-lock.yml, so that both locks pin the same versions.
     The new lock is written beside the old one and moved into place only when
     uv succeeds, so a failed run leaves the old lock untouched.
     """
@@ -197,6 +202,10 @@ def compile_lock(uv: str, platform_name: str, role: str = "runtime") -> Path:
         ]  # fmt: skip
         if role == "test":
             command += ["--constraint", str(lock_path(platform_name, "runtime"))]
+        if constraints:
+            # A relative path, so that uv's `# via -c` notes do not name the temporary folder.
+            (Path(tmp) / CONDA_LOCK_PINS).write_text("\n".join(constraints) + "\n", encoding="utf-8")
+            command += ["--constraint", CONDA_LOCK_PINS]
         subprocess.run(command, check=True, cwd=tmp, env=_uv_environment())
         header = (
             f"# mlrepro {role} lock for {platform_name} (python {python}), made by `{LOCK_COMMAND}`.\n"
