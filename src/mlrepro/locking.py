@@ -20,6 +20,7 @@ import hashlib
 import os
 import platform
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -201,7 +202,10 @@ def compile_lock(uv: str, platform_name: str, role: str = "runtime", constraints
             "--quiet",
         ]  # fmt: skip
         if role == "test":
-            command += ["--constraint", str(lock_path(platform_name, "runtime"))]
+            # A copy under its own name, so that uv's `# via -c` notes name no machine's path.
+            runtime_lock = lock_path(platform_name, "runtime")
+            shutil.copyfile(runtime_lock, Path(tmp) / runtime_lock.name)
+            command += ["--constraint", runtime_lock.name]
         if constraints:
             # A relative path, so that uv's `# via -c` notes do not name the temporary folder.
             (Path(tmp) / CONDA_LOCK_PINS).write_text("\n".join(constraints) + "\n", encoding="utf-8")
