@@ -165,3 +165,12 @@ def test_failed_compile_keeps_old_lock(tiny_environments):
         locking.compile_lock(uv, "linux-64", "runtime")
 
     assert lock.read_text() == "# the old lock\n"
+
+
+def test_pyproject_change_alone_keeps_packages():
+    built = {"backend": "uv", "platform": "linux-64", "lock_sha256": "a", "pyproject_sha256": "old"}
+
+    assert provision.only_project_changed(built, {**built, "pyproject_sha256": "new"})
+    assert not provision.only_project_changed(built, {**built, "lock_sha256": "b", "pyproject_sha256": "new"})
+    assert not provision.only_project_changed(built, built)
+    assert not provision.only_project_changed(None, built)

@@ -2,7 +2,7 @@
 
 Each environment lives in `.nox/envs/<role>-<platform>` and carries a stamp
 with the hash of the lock it was built from; it is rebuilt only when that lock
-(or pyproject.toml) changes. Standard library only: the noxfile imports it.
+changes. A change to pyproject.toml alone reinstalls mlrepro and keeps the packages. Standard library only: the noxfile imports it.
 
 Two backends build environments. `conda` creates them from conda-lock.yml with
 `conda-lock install`; `uv` makes a venv from the host's uv lock. By default
@@ -111,16 +111,36 @@ def ensure_env(role: str = "runtime", log: Log = print) -> Path:
 
     prefix = env_dir(role, platform_name)
     stamp = expected_stamp(role, platform_name, backend)
-    if read_stamp(prefix) == stamp and env_python(prefix).exists():
+    current = read_stamp(prefix)
+    if current == stamp and env_python(prefix).exists():
         log(f"Reusing {prefix} (lock unchanged)")
+        return env_python(prefix)
+    if only_project_changed(current, stamp) and env_python(prefix).exists():
+        log(f"Reusing {prefix} (lock unchanged); reinstalling mlrepro since pyproject.toml changed")
+        install_project(find_uv(log), env_python(prefix))
+        write_stamp(prefix, stamp)
         return env_python(prefix)
 
     if backend == "conda":
         build_conda_env(prefix, role, platform_name, log)
     else:
         build_uv_env(prefix, role, platform_name, log)
-    (prefix / STAMP_NAME).write_text(json.dumps(stamp, indent=2) + "\n", encoding="utf-8")
+    write_stamp(prefix, stamp)
     return env_python(prefix)
+
+
+def only_project_changed(current: dict[str, str] | None, expected: dict[str, str]) -> bool:
+    """Return True when the stamps differ in pyproject.toml alone, so the packages can stay."""
+    if current is None or current == expected:
+        return False
+    ignored = {"pyproject_sha256"}
+    return {k: v for k, v in current.items() if k not in ignored} == {
+        k: v for k, v in expected.items() if k not in ignored
+    }
+
+
+def write_stamp(prefix: Path, stamp: dict[str, str]) -> None:
+    (prefix / STAMP_NAME).write_text(json.dumps(stamp, indent=2) + "\n", encoding="utf-8")
 
 
 def choose_backend(platform_name: str, log: Log = print) -> str:
@@ -200,10 +220,7 @@ def build_uv_env(prefix: Path, role: str, platform_name: str, log: Log) -> None:
         [uv, "pip", "sync", "--python", python, "--require-hashes", str(lock)],
         check=True, env=environment,
     )  # fmt: skip
-    subprocess.run(
-        [uv, "pip", "install", "--python", python, "--no-deps", "--quiet", "--editable", str(locking.ROOT)],
-        check=True, env=environment,
-    )  # fmt: skip
+    install_project(uv, env_python(prefix))
 
 
 if __name__ == "__main__":  # pragma: no cover - manual use: python -m mlrepro.provision test
