@@ -54,6 +54,13 @@ def infer_resnet_torch(session: nox.Session) -> None:
 
 
 @nox.session
+def bench(session: nox.Session) -> None:
+    """Measure throughput and latency per device and batch size, written to benchmarks/."""
+    python = locked_python(session, "runtime")
+    session.run(python, "-m", "mlrepro.bench", *session.posargs, external=True)
+
+
+@nox.session
 def tests(session: nox.Session) -> None:
     """Run the whole offline test suite."""
     run_pytest(session)
