@@ -303,3 +303,53 @@ def test_installed_versions_skip_vendored(host_facts):
     installed = report.installed_versions()
 
     assert report.lock_drift(locked, installed)["extra"] == []
+
+
+def write_dist_info(folder: Path, name: str, version: str) -> None:
+    """Install the metadata of distribution name==version into folder, as a wheel installer would."""
+    dist_info = folder / f"{name}-{version}.dist-info"
+    dist_info.mkdir(parents=True)
+    metadata = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+    (dist_info / "METADATA").write_text(metadata, encoding="utf-8")
+
+
+def test_installed_versions_skip_setuptools_vendor(tmp_path, monkeypatch):
+    # After `import setuptools`, its _vendor folder is on sys.path, with copies of
+    # zipp and of a newer packaging than the environment's.
+    site_packages = tmp_path / "site-packages"
+    vendor = site_packages / "setuptools" / "_vendor"
+    write_dist_info(site_packages, "packaging", "24.2")
+    write_dist_info(vendor, "packaging", "26.0")
+    write_dist_info(vendor, "zipp", "3.23.0")
+    monkeypatch.setattr(sys, "path", [str(vendor), str(site_packages)])
+
+    installed = report.installed_versions()
+
+    assert installed["packaging"] == "24.2"
+    assert "zipp" not in installed
+
+
+def test_installed_versions_env_under_vendor_name(tmp_path, monkeypatch):
+    # A checkout in a folder called _vendor is not a package's vendored copies.
+    site_packages = tmp_path / "_vendor" / ".venv" / "lib" / "python3.11" / "site-packages"
+    write_dist_info(site_packages, "numpy", "1.26.4")
+    monkeypatch.setattr(sys, "path", [str(site_packages)])
+
+    installed = report.installed_versions()
+
+    assert installed.get("numpy") == "1.26.4"
+
+
+def test_collect_reads_packages_after_imports(fake_locks, tmp_path, monkeypatch):
+    # A folder that importing a framework appends to sys.path, as setuptools does with _vendor.
+    late = tmp_path / "late"
+    write_dist_info(late, "late-package", "1.0")
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.setattr(report, "import_frameworks", lambda: sys.path.append(str(late)))
+    not_imported = {"version": None, "error": "not imported"}
+    monkeypatch.setattr(report, "tensorflow_facts", lambda installed: not_imported)
+    monkeypatch.setattr(report, "torch_facts", lambda: not_imported)
+
+    facts = report.collect(include_frameworks=True)
+
+    assert {"name": "late-package", "installed": "1.0"} in facts["drift"]["extra"]

@@ -25,6 +25,7 @@ itself, installed from the working tree, and pip, which conda or venv provide.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import importlib.metadata
 import json
 import platform
@@ -56,6 +57,11 @@ def collect(include_frameworks: bool = True) -> dict:
     With include_frameworks=False, TensorFlow and torch are not imported, so the
     device sections are left out. Versions still come from package metadata.
     """
+    if include_frameworks:
+        # Importing either framework imports setuptools, which appends its _vendor
+        # folder to sys.path. Reading the packages afterwards, as verify-gpu and the
+        # run records do, makes all three report the same drift.
+        import_frameworks()
     installed = installed_versions()
     facts = {
         "os": os_facts(),
@@ -139,14 +145,23 @@ def installed_versions() -> dict[str, str]:
     """Return {normalized name: version} of every importable distribution; the first on sys.path wins."""
     versions: dict[str, str] = {}
     for distribution in importlib.metadata.distributions():
-        # Importing torch or TensorFlow imports setuptools, which puts its vendored
-        # copies (setuptools/_vendor) on sys.path; those belong to setuptools.
-        if "_vendor" in Path(str(distribution.locate_file(""))).parts:
+        if is_vendored(distribution):
             continue
         name = distribution.metadata["Name"]
         if name:
             versions.setdefault(locking.normalize_name(name), distribution.version)
     return versions
+
+
+def is_vendored(distribution: importlib.metadata.Distribution) -> bool:
+    """Return True for a package's private copy of another distribution, such as setuptools/_vendor/zipp.
+
+    Importing torch or TensorFlow imports setuptools, which appends its _vendor
+    folder to sys.path. The dozen distributions there (zipp, tomli, jaraco.*)
+    belong to setuptools, not to the environment. Only the folder that contains
+    the .dist-info counts, so an environment under a folder named _vendor is still read.
+    """
+    return Path(str(distribution.locate_file(""))).name == "_vendor"
 
 
 def framework_versions(installed: dict[str, str]) -> dict[str, str | None]:
@@ -226,6 +241,15 @@ def drift_count(drift: dict | None) -> int:
 
 # ----------------------------------------------------------------------------
 # Frameworks and devices
+
+
+def import_frameworks() -> None:
+    """Import TensorFlow, then torch (the order known to work), skipping one that is not installed."""
+    for module in ("tensorflow", "torch"):
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            pass
 
 
 def tensorflow_facts(installed: dict[str, str]) -> dict:
