@@ -5,9 +5,11 @@ docker/check-platform.sh runs here against the committed locks, with fake
 is built and tested by `nox -s docker_build docker_smoke`, which .ci/run calls.
 """
 
+import json
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -218,6 +220,55 @@ def test_smoke_commands_run_offline():
         assert command[command.index("--network") + 1] == "none"
     assert commands[0][-3:] == ["mlrepro:cpu", "verify-gpu", "--no-record"]
     assert commands[-1][-4:] == ["mlrepro:cpu-test", "-m", "smoke", "-x"]
+
+
+def test_smoke_commands_check_drift():
+    commands = dockerimage.smoke_commands()
+
+    drift_check = ["--entrypoint", "python", "mlrepro:cpu", "-c", dockerimage.NO_DRIFT_CHECK]
+    assert any(command[-5:] == drift_check for command in commands)
+
+
+def run_no_drift_check(tmp_path: Path, drift: dict | None) -> subprocess.CompletedProcess:
+    """Run NO_DRIFT_CHECK with a fake `mlrepro` that prints an env report with this drift."""
+    lock = {"path": "environments/requirements-linux-64.txt"} if drift is not None else {"error": "no lock"}
+    facts = {
+        "lock": lock,
+        "packages": {"numpy": {"locked": "1.26.4", "installed": "1.26.4"}},
+        "drift": drift,
+    }
+    (tmp_path / "facts.json").write_text(json.dumps(facts), encoding="utf-8")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    write_program(bin_dir / "mlrepro", f'[ "$*" = "env --json" ] || exit 3; cat "{tmp_path / "facts.json"}"')
+    return subprocess.run(
+        [sys.executable, "-c", dockerimage.NO_DRIFT_CHECK],
+        env={"PATH": f"{bin_dir}:/usr/bin:/bin"}, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+
+
+def test_no_drift_check_passes(tmp_path):
+    result = run_no_drift_check(tmp_path, {"missing": [], "different": [], "extra": []})
+
+    assert result.returncode == 0, result.stderr
+    assert "requirements-linux-64.txt: 1 packages, no drift" in result.stdout
+
+
+def test_no_drift_check_fails_on_extra(tmp_path):
+    # What setuptools' vendored copies looked like before installed_versions skipped them.
+    extra = [{"name": "zipp", "installed": "3.23.0"}]
+
+    result = run_no_drift_check(tmp_path, {"missing": [], "different": [], "extra": extra})
+
+    assert result.returncode == 1
+    assert '"extra": [{"name": "zipp", "installed": "3.23.0"}]' in result.stderr
+
+
+def test_no_drift_check_fails_without_lock(tmp_path):
+    result = run_no_drift_check(tmp_path, None)
+
+    assert result.returncode == 1
+    assert "mlrepro env found no lock: no lock" in result.stderr
 
 
 def test_uv_requirements_pin_provision_version():

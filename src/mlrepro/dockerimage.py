@@ -2,7 +2,7 @@
 
     nox -s docker_base                      # Debian bookworm base image, for builders with no registry
     nox -s docker_build -- --base-image mlrepro-base:bookworm --ca-certs /usr/local/share/ca-certificates
-    nox -s docker_smoke                     # verify-gpu and `pytest -m smoke` inside the images
+    nox -s docker_smoke                     # verify-gpu, no lock drift, `pytest -m smoke`, in the images
 
 docker_build tags two targets of docker/Dockerfile: mlrepro:cpu (runtime, no
 pytest) and mlrepro:cpu-test. Options it does not know go to `docker build`.
@@ -37,6 +37,19 @@ NON_ROOT_CHECK = (
     'uid="$(id -u)"; [ "$uid" != 0 ] || { echo "mlrepro:cpu runs as root" >&2; exit 1; }; '
     'echo "mlrepro:cpu runs as uid $uid"'
 )
+# A script for the image's python. It exits 1, naming the packages, when
+# `mlrepro env --json` finds no lock or any missing, different or extra package.
+NO_DRIFT_CHECK = """\
+import json, subprocess, sys
+env = subprocess.run(["mlrepro", "env", "--json"], stdout=subprocess.PIPE, text=True, check=True)
+facts = json.loads(env.stdout)
+if facts["drift"] is None:
+    sys.exit(f"mlrepro env found no lock: {facts['lock']['error']}")
+drift = {kind: entries for kind, entries in facts["drift"].items() if entries}
+if drift:
+    sys.exit(f"mlrepro:cpu drifts from {facts['lock']['path']}: {json.dumps(drift)}")
+print(f"mlrepro:cpu matches {facts['lock']['path']}: {len(facts['packages'])} packages, no drift")
+"""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,7 +148,7 @@ def build_command(target: str, options: BuildOptions) -> list[str]:
 
 
 def smoke_commands(pytest_args: Sequence[str] = ()) -> list[list[str]]:
-    """Return the checks of docker_smoke: verify-gpu, a non-root user, then the smoke tests.
+    """Return the checks of docker_smoke: verify-gpu, a non-root user, no lock drift, then the smoke tests.
 
     Every container runs with --network none, so the images must work offline.
     """
@@ -143,5 +156,6 @@ def smoke_commands(pytest_args: Sequence[str] = ()) -> list[list[str]]:
     return [
         [*run, IMAGE, "verify-gpu", "--no-record"],
         [*run, "--entrypoint", "sh", IMAGE, "-c", NON_ROOT_CHECK],
+        [*run, "--entrypoint", "python", IMAGE, "-c", NO_DRIFT_CHECK],
         [*run, TEST_IMAGE, *SMOKE_PYTEST_ARGS, *pytest_args],
     ]
