@@ -115,7 +115,7 @@ def docker_build(session: nox.Session) -> None:
 
 @nox.session
 def docker_smoke(session: nox.Session) -> None:
-    """Run verify-gpu, a non-root check and `pytest -m smoke` inside the images, with no network."""
+    """Run verify-gpu, a non-root check, a lock drift check and `pytest -m smoke` in the images, offline."""
     for command in dockerimage.smoke_commands(session.posargs):
         session.run(*command, external=True)
 
