@@ -16,7 +16,9 @@ import importlib
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 from types import ModuleType
 
@@ -36,6 +38,16 @@ WORKLOADS = {
 }
 
 
+LOG_LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR"]
+
+# Python's, NumPy's and TensorFlow's seeds must fit in 32 bits.
+MAX_SEED = 2**32 - 1
+
+
+class Terminated(BaseException):
+    """Raised in the main thread when the process receives SIGTERM (docker stop, timeout, CI cancel)."""
+
+
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("run options")
     group.add_argument("--output", type=Path, metavar="PATH", help="also write the metrics summary to this JSON file")
@@ -46,6 +58,8 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         help="folder for run records (default: $MLREPRO_RUNS_DIR or %(default)s)",
     )  # fmt: skip
     group.add_argument("--no-record", action="store_true", help="keep no run record")
+    # Also accepted after the subcommand; SUPPRESS keeps the value given before it.
+    group.add_argument("--log-level", default=argparse.SUPPRESS, choices=LOG_LEVELS, help="logging level (default: INFO)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run TensorFlow and PyTorch demo workloads reproducibly, on Apple Silicon GPUs or on the CPU.",
     )
     parser.add_argument("--version", action="version", version=f"mlrepro {__version__}")
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="logging level (default: %(default)s)")
+    parser.add_argument("--log-level", default="INFO", choices=LOG_LEVELS, help="logging level (default: %(default)s)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     for command, module_name in WORKLOADS.items():
@@ -80,10 +94,13 @@ def add_runs_commands(subparsers) -> None:
         help="folder of run records (default: $MLREPRO_RUNS_DIR or %(default)s)",
     )  # fmt: skip
     actions = runs_parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-    actions.add_parser("list", help="one line per run: name, workload, status, final metrics")
+    listing = actions.add_parser("list", help="one line per run: name, workload, status, final metrics")
     compare = actions.add_parser("compare", help="show the config, environment and metric differences of two runs")
     compare.add_argument("first", help="run folder, its name, or a unique prefix of its name")
     compare.add_argument("second", help="run folder, its name, or a unique prefix of its name")
+    for action in (listing, compare):
+        # Also accepted after the action; SUPPRESS keeps the value given before it.
+        action.add_argument("--runs-dir", type=Path, default=argparse.SUPPRESS, help="folder of run records")
     runs_parser.set_defaults(handler=show_runs)
 
 
@@ -156,15 +173,44 @@ def write_output(path: Path | None, summary: dict) -> None:
     logger.info("Wrote %s", path)
 
 
+def check_run_options(args: argparse.Namespace) -> None:
+    """Reject a bad --seed, --output or --runs-dir before any work starts."""
+    if not 0 <= args.seed <= MAX_SEED:
+        raise UsageError(f"--seed {args.seed} is out of range; pass a whole number from 0 to {MAX_SEED}")
+    if args.output is not None:
+        if args.output.is_dir():
+            raise UsageError(f"--output {args.output} is a folder; pass a file path such as {args.output / 'summary.json'}")
+        require_writable_folder(args.output.parent, "--output")
+    if not args.no_record:
+        require_writable_folder(args.runs_dir, "--runs-dir")
+
+
+def require_writable_folder(path: Path, flag: str) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"{flag}: cannot create the folder {path} ({error.strerror}); pass a writable location") from error
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise UsageError(f"{flag}: the folder {path} is not writable; pass a writable location")
+
+
+def raise_terminated(signum, frame) -> None:
+    raise Terminated
+
+
 def run_workload(module: ModuleType, args: argparse.Namespace) -> int:
     """Run one workload inside its run record; return the exit code."""
+    check_run_options(args)
     record = start_record(args)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous_handler = signal.signal(signal.SIGTERM, raise_terminated) if in_main_thread else None
     try:
         summary = module.run(args, record)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Terminated) as interrupt:
         record.close("interrupted")
-        logger.error("Interrupted; the run record is marked interrupted")
-        return 130
+        name = "SIGTERM" if isinstance(interrupt, Terminated) else "SIGINT"
+        logger.error("Interrupted by %s; the run record is marked interrupted", name)
+        return 143 if isinstance(interrupt, Terminated) else 130
     except CheckFailed as failure:
         record.close("failed", failure.summary)
         print_summary(args.command, failure.summary)
@@ -174,6 +220,10 @@ def run_workload(module: ModuleType, args: argparse.Namespace) -> int:
     except BaseException as error:
         record.close("failed", {"error": f"{type(error).__name__}: {error}"})
         raise
+
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous_handler)
 
     record.close("finished", summary)
     print_summary(args.command, summary)
