@@ -74,11 +74,12 @@ def smoke(session: nox.Session) -> None:
 
 @nox.session
 def lock(session: nox.Session) -> None:
-    """Regenerate conda-lock.yml, then the uv locks; `-- --pip-only` regenerates the uv locks alone."""
-    if session.posargs not in ([], ["--pip-only"]):
-        session.error(f"invalid arguments {session.posargs}; the lock session takes only --pip-only")
+    """Regenerate conda-lock.yml, then the uv locks; `-- --pip-only` skips conda-lock, `--upgrade` takes new versions."""
+    options = set(session.posargs)
+    if not options <= {"--pip-only", "--upgrade"}:
+        session.error(f"invalid arguments {session.posargs}; the lock session takes --pip-only and --upgrade")
     try:
-        if session.posargs != ["--pip-only"]:
+        if "--pip-only" not in options:
             conda = condalock.require_conda_executable(PIP_ONLY_HINT)
             uv = provision.find_uv(session.log)
             conda_lock = condalock.ensure_tool_python(uv, locking.host_platform(), session.log)
@@ -88,7 +89,7 @@ def lock(session: nox.Session) -> None:
             # The pip layer of conda-lock.yml, when it exists, so that both locks pin the same versions.
             constraints = condalock.pip_constraints(platform_name)
             for role in ("runtime", "test"):
-                path = locking.compile_lock(uv, platform_name, role, constraints)
+                path = locking.compile_lock(uv, platform_name, role, constraints, upgrade="--upgrade" in options)
                 session.log(f"Wrote {locking.display_path(path)}")
     except locking.LockError as error:
         session.error(str(error))

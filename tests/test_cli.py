@@ -11,7 +11,7 @@ import pytest
 from mlrepro import cli
 
 
-def sleeping_workload():
+def terminated_workload():
     """A workload that logs one epoch and then receives SIGTERM, as `docker stop` sends it."""
 
     def run(args, record):
@@ -31,7 +31,7 @@ def workload_args(tmp_path, **overrides):
 def test_sigterm_marks_run_interrupted(tmp_path):
     previous = signal.getsignal(signal.SIGTERM)
 
-    assert cli.run_workload(sleeping_workload(), workload_args(tmp_path)) == 143
+    assert cli.run_workload(terminated_workload(), workload_args(tmp_path)) == 143
 
     (record,) = (tmp_path / "runs").iterdir()
     assert json.loads((record / "summary.json").read_text())["status"] == "interrupted"

@@ -174,3 +174,23 @@ def test_pyproject_change_alone_keeps_packages():
     assert not provision.only_project_changed(built, {**built, "lock_sha256": "b", "pyproject_sha256": "new"})
     assert not provision.only_project_changed(built, built)
     assert not provision.only_project_changed(None, built)
+
+
+@pytest.mark.network
+def test_relock_keeps_existing_pins(tiny_environments):
+    uv = shutil.which("uv") or pytest.skip("uv is not on PATH")
+    spec = tiny_environments / "environment.yml"
+    spec.write_text(spec.read_text().replace("six==1.17.0", "six>=1.15"))
+    lock = locking.lock_path("linux-64")
+    lock.write_text("six==1.16.0\n")
+
+    try:
+        locking.compile_lock(uv, "linux-64", "runtime")
+        kept = locking.pinned_versions(lock)
+        locking.compile_lock(uv, "linux-64", "runtime", upgrade=True)
+        upgraded = locking.pinned_versions(lock)
+    except subprocess.CalledProcessError as error:
+        pytest.skip(f"uv could not reach PyPI: {error}")
+
+    assert kept == {"six": "1.16.0"}
+    assert upgraded["six"] != "1.16.0"

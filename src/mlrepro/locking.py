@@ -178,12 +178,16 @@ def display_path(path: Path) -> str:
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
-def compile_lock(uv: str, platform_name: str, role: str = "runtime", constraints: Sequence[str] = ()) -> Path:
+def compile_lock(
+    uv: str, platform_name: str, role: str = "runtime", constraints: Sequence[str] = (), upgrade: bool = False
+) -> Path:
     """Run `uv pip compile --generate-hashes` for one platform and role; return the lock path.
 
     `constraints` are extra `name==version` pins, such as the pip layer of
     conda-lock.yml, so that both locks pin the same versions.
-    The new lock is written beside the old one and moved into place only when
+    uv keeps the versions of the existing lock where the inputs still allow
+    them, so relocking unchanged inputs changes nothing; upgrade=True takes the
+    newest versions instead. The new lock is written beside the old one and moved into place only when
     uv succeeds, so a failed run leaves the old lock untouched.
     """
     python, requirements = lock_inputs(platform_name, role)
@@ -192,6 +196,9 @@ def compile_lock(uv: str, platform_name: str, role: str = "runtime", constraints
         requirements_in = Path(tmp) / "requirements.in"
         requirements_in.write_text("\n".join(requirements) + "\n", encoding="utf-8")
         compiled = Path(tmp) / "requirements.txt"
+        if path.exists() and not upgrade:
+            # uv prefers the pins of an existing output file.
+            shutil.copyfile(path, compiled)
         command = [
             uv, "pip", "compile", str(requirements_in),
             "--python-version", python,
