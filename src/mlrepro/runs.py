@@ -149,6 +149,8 @@ def plot_metrics(directory: Path) -> Path | None:
     for axis, group in zip(axes[0], panels):
         for name, points in group.items():
             axis.plot(points["x"], points["y"], marker="o", label=name)
+        axis.set_xlabel(" / ".join(sorted({name.rsplit(" by ", 1)[1] for name in group})))
+        axis.set_ylabel("loss" if group is losses else "value")
         axis.legend()
         axis.grid(alpha=0.3)
     figure.suptitle(directory.name)
