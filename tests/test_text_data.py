@@ -65,6 +65,52 @@ def test_text_file_wrong_extension(tmp_path):
     assert ".parquet" in str(error.value)
 
 
+def test_txt_file_uppercase_extension(text_files, tmp_path):
+    path = tmp_path / "train.TXT"
+    path.write_bytes(text_files["train_txt"].read_bytes())
+
+    assert text.load_text_file(path) == text.load_text_file(text_files["train_txt"])
+
+
+def test_text_file_is_folder(tmp_path):
+    with pytest.raises(UsageError) as error:
+        text.load_text_file(tmp_path)
+
+    assert f"{tmp_path} is a folder, not a file" in str(error.value)
+    assert "extension" not in str(error.value)
+
+
+def test_txt_file_not_utf8(tmp_path):
+    path = tmp_path / "latin1.txt"
+    path.write_bytes("caf\u00e9 au lait\n".encode("latin-1"))
+
+    with pytest.raises(UsageError) as error:
+        text.load_text_file(path)
+
+    assert f"{path} is not valid UTF-8" in str(error.value)
+    assert "save the text as UTF-8" in str(error.value)
+
+
+def test_parquet_int_text_column(tmp_path):
+    path = tmp_path / "ints.parquet"
+    pq.write_table(pa.table({"text": [1, 2, 3]}), path)
+
+    with pytest.raises(UsageError) as error:
+        text.load_text_file(path)
+
+    assert f"{path}: the 'text' column has the type int64, not string" in str(error.value)
+
+
+def test_parquet_invalid_bytes(tmp_path):
+    path = tmp_path / "fake.parquet"
+    path.write_text("text\nnot parquet\n", encoding="utf-8")
+
+    with pytest.raises(UsageError) as error:
+        text.load_text_file(path)
+
+    assert f"{path} is not a valid Parquet file" in str(error.value)
+
+
 def test_text_file_missing(tmp_path):
     with pytest.raises(UsageError, match="not found"):
         text.load_text_file(tmp_path / "absent.txt")
@@ -121,6 +167,14 @@ def test_block_dataset_empty_lines_dropped(tiny_tokenizer):
     assert with_blanks["input_ids"] == without_blanks["input_ids"]
 
 
+@pytest.mark.parametrize("lines", [[], ["\n", " \n", "\t\n"]], ids=["empty", "blank"])
+def test_block_dataset_no_text(tiny_tokenizer, lines):
+    with pytest.raises(UsageError) as error:
+        text.build_block_dataset(tiny_tokenizer, lines, 16, "--train-file blank.txt")
+
+    assert "--train-file blank.txt has no text after dropping empty lines" in str(error.value)
+
+
 def test_block_dataset_rows(tiny_tokenizer):
     documents = non_empty(wikitext_lines(EVAL_ARTICLES))
     num_tokens = sum(len(ids) for ids in tiny_tokenizer(documents)["input_ids"])
@@ -161,6 +215,42 @@ def test_hub_layout_dataset_unknown_config(hub_layout_dataset, datasets_cache):
 
     assert "wikitext-103-raw-v1" in str(error.value)
     assert "wikitext-2-raw-v1" in str(error.value)
+
+
+@pytest.fixture
+def plain_dataset_folder(tmp_path):
+    """A local dataset folder of bare parquet files, without a README, so its only config is "default"."""
+    folder = tmp_path / "plain-dataset"
+    folder.mkdir()
+    pq.write_table(pa.table({"text": wikitext_lines(TRAIN_ARTICLES)}), folder / "train.parquet")
+    return folder
+
+
+def test_plain_folder_named_config(plain_dataset_folder, datasets_cache):
+    with pytest.raises(UsageError) as error:
+        text.load_dataset_texts(str(plain_dataset_folder), "wikitext-2-raw-v1", "train")
+
+    message = str(error.value)
+    assert f"{plain_dataset_folder} has no config 'wikitext-2-raw-v1'" in message
+    assert "(its configs: default)" in message
+    assert "--dataset-config default" in message
+
+
+def test_plain_folder_default_config(plain_dataset_folder, datasets_cache):
+    documents = text.load_dataset_texts(str(plain_dataset_folder), "default", "train")
+
+    assert documents == wikitext_lines(TRAIN_ARTICLES)
+
+
+def test_dataset_int_text_column(tmp_path, datasets_cache):
+    folder = tmp_path / "ints-dataset"
+    folder.mkdir()
+    pq.write_table(pa.table({"text": [1, 2, 3]}), folder / "train.parquet")
+
+    with pytest.raises(UsageError) as error:
+        text.load_dataset_texts(str(folder), None, "train")
+
+    assert "the 'text' column has the type Value('int64')" in str(error.value)
 
 
 def test_hub_layout_dataset_unknown_split(hub_layout_dataset, datasets_cache):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 
 import pytest
@@ -139,6 +140,21 @@ def test_missing_train_file(tiny_gpt2_dir, text_files, tmp_path, capsys):
     assert "absent.txt not found" in message
 
 
+def test_blank_train_file(tiny_gpt2_dir, text_files, tmp_path, capsys):
+    blank = tmp_path / "blank.txt"
+    blank.write_text("\n \n\t\n", encoding="utf-8")
+
+    code = cli.main([
+        "train-distilgpt2", "--model", str(tiny_gpt2_dir), "--train-file", str(blank),
+        "--eval-file", str(text_files["eval_txt"]), "--output-dir", str(tmp_path / "out"),
+    ])  # fmt: skip
+    message = capsys.readouterr().err
+
+    assert code == 2
+    assert f"--train-file {blank} has no text after dropping empty lines" in message
+    assert "Traceback" not in message
+
+
 def test_train_file_needs_eval_file(text_files, capsys):
     code = cli.main(["train-distilgpt2", "--train-file", str(text_files["train_txt"])])
 
@@ -154,6 +170,46 @@ def test_train_file_with_dataset_option(text_files, capsys):
 
     assert code == 2
     assert "--dataset cannot be combined with --train-file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "-inf", "-0.5"])
+def test_learning_rate_not_finite_positive(value, capsys):
+    code = cli.main(["train-distilgpt2", f"--learning-rate={value}"])
+
+    assert code == 2
+    assert f"--learning-rate {value} is invalid" in capsys.readouterr().err
+
+
+def test_output_dir_is_file(tmp_path, capsys):
+    output_file = tmp_path / "model.bin"
+    output_file.write_bytes(b"")
+
+    code = cli.main(["train-distilgpt2", "--output-dir", str(output_file)])
+
+    assert code == 2
+    assert f"--output-dir {output_file} is a file, not a folder" in capsys.readouterr().err
+
+
+def test_output_dir_below_file(tmp_path, capsys):
+    output_file = tmp_path / "model.bin"
+    output_file.write_bytes(b"")
+
+    code = cli.main(["train-distilgpt2", "--output-dir", str(output_file / "model")])
+
+    assert code == 2
+    assert f"cannot be created because {output_file} is a file" in capsys.readouterr().err
+
+
+def test_output_dir_not_writable(tmp_path, capsys):
+    read_only = tmp_path / "read-only"
+    read_only.mkdir(mode=0o555)
+    if os.access(read_only, os.W_OK):
+        pytest.skip("permission bits do not apply to this user (root)")
+
+    code = cli.main(["train-distilgpt2", "--output-dir", str(read_only / "model")])
+
+    assert code == 2
+    assert f"the folder {read_only} is not writable" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("flag", ["--block-size", "--batch-size", "--epochs", "--max-steps", "--logging-steps"])
@@ -185,6 +241,22 @@ def test_model_folder_without_config(tmp_path, capsys):
 
     assert code == 2
     assert "no config.json" in capsys.readouterr().err
+
+
+def test_model_folder_without_tokenizer(tiny_gpt2_dir, text_files, tmp_path, capsys):
+    model_dir = tmp_path / "config-only"
+    model_dir.mkdir()
+    shutil.copy(tiny_gpt2_dir / "config.json", model_dir / "config.json")
+
+    code = cli.main([
+        "train-distilgpt2", "--model", str(model_dir), "--train-file", str(text_files["train_txt"]),
+        "--eval-file", str(text_files["eval_txt"]), "--output-dir", str(tmp_path / "out"),
+    ])  # fmt: skip
+    message = capsys.readouterr().err
+
+    assert code == 2
+    assert f"--model {model_dir}: the tokenizer could not be loaded from the folder" in message
+    assert "tokenizer.json nor vocab.json with merges.txt" in message
 
 
 def test_dataset_offline_not_cached(tiny_gpt2_dir, datasets_cache, tmp_path, capsys):

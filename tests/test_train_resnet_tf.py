@@ -48,11 +48,25 @@ def test_cli_folder_lacks_files(cifar_dir, capsys):
         ("--epochs", 0),
         ("--batch-size", 0),
         ("--learning-rate", -0.5),
+        ("--learning-rate", "inf"),
+        ("--learning-rate", "nan"),
     ],
 )
 def test_cli_bad_number(cifar_dir, capsys, flag, value):
     assert run_cli("--data-dir", cifar_dir, flag, value) == 2
     assert f"{flag} {value} is invalid" in capsys.readouterr().err
+
+
+def test_cli_keras_home_is_file(tmp_path, monkeypatch, capsys):
+    keras_home = tmp_path / "keras-home"
+    keras_home.write_text("not a folder")
+    monkeypatch.setenv("KERAS_HOME", str(keras_home))
+
+    assert run_cli("--no-record") == 2
+    error = capsys.readouterr().err
+    assert f"the CIFAR-100 cache folder {keras_home / 'datasets'} could not be created" in error
+    assert "set KERAS_HOME to a writable folder, or pass --data-dir" in error
+    assert "Traceback" not in error
 
 
 def test_cli_limit_larger_than_split(cifar_dir, capsys):

@@ -92,7 +92,15 @@ def download_cifar100(
         logger.info("Using CIFAR-100 from the Keras cache: %s", folder)
         return folder
 
-    archive = download_file(url, cache_dir / KERAS_ARCHIVE_NAME, sha256)
+    make_cache_dir(cache_dir)
+    archive = cache_dir / KERAS_ARCHIVE_NAME
+    try:
+        download_file(url, archive, sha256)
+    except DownloadError as error:
+        raise DownloadError(
+            f"{str(error).rstrip('.')}. Without the network, copy the archive to {archive} "
+            f"(the Keras cache {cache_dir}), or pass --data-dir with an extracted {FOLDER_NAME} folder"
+        ) from error
     if extract_dir.exists():
         # Left by an older or interrupted extraction that lacks some files.
         logger.warning("Replacing the incomplete folder %s", extract_dir)
@@ -103,6 +111,19 @@ def download_cifar100(
         expected = ", ".join(f"{FOLDER_NAME}/{name}" for name in missing)
         raise DownloadError(f"{archive} does not contain {expected}")
     return folder
+
+
+def make_cache_dir(cache_dir: Path) -> None:
+    """Create the cache folder, raising UsageError when it cannot be created or written to."""
+    fix = f"set KERAS_HOME to a writable folder, or pass --data-dir with an extracted {FOLDER_NAME} folder"
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(
+            f"the CIFAR-100 cache folder {cache_dir} could not be created ({error}); {fix}"
+        ) from error
+    if not os.access(cache_dir, os.W_OK | os.X_OK):
+        raise UsageError(f"the CIFAR-100 cache folder {cache_dir} is not writable; {fix}")
 
 
 def missing_files(folder: Path) -> list[str]:

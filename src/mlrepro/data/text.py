@@ -50,6 +50,7 @@ def load_dataset_texts(name: str, config: str | None, split: str) -> list[str]:
             "or pass local files with --train-file and --eval-file"
         ) from error
     except (FileNotFoundError, ValueError) as error:
+        check_local_config(name, config, error)
         # A wrong name, config or split string. The library's message lists the valid ones.
         raise UsageError(f"{label}, split {split!r}, could not be loaded: {error}") from error
 
@@ -58,17 +59,53 @@ def load_dataset_texts(name: str, config: str | None, split: str) -> list[str]:
             f"{label}, split {split!r}, has no {TEXT_COLUMN!r} column (columns: "
             f"{', '.join(dataset.column_names)}); use a dataset with a {TEXT_COLUMN!r} column"
         )
+    column_type = dataset.features[TEXT_COLUMN]
+    if getattr(column_type, "dtype", None) not in ("string", "large_string"):
+        raise UsageError(
+            f"{label}, split {split!r}: the {TEXT_COLUMN!r} column has the type {column_type}, "
+            "not string; use a dataset whose documents are strings"
+        )
     return list(dataset[TEXT_COLUMN])
+
+
+def check_local_config(name: str, config: str | None, error: Exception) -> None:
+    """Raise UsageError listing a local dataset folder's configs when `config` is not one of them.
+
+    A folder of plain data files has the single config "default", so the
+    default --dataset-config wikitext-2-raw-v1 does not fit it.
+    """
+    import datasets
+
+    if not config or not Path(name).is_dir():
+        return
+    try:
+        configs = datasets.get_dataset_config_names(name)
+    except (FileNotFoundError, ValueError):
+        return  # The folder itself is unreadable, and the caller reports the original error.
+    if config not in configs:
+        raise UsageError(
+            f"dataset folder {name} has no config {config!r} (its configs: {', '.join(configs)}); "
+            f"pass --dataset-config NAME with one of them, for example --dataset-config {configs[0]}"
+        ) from error
 
 
 def load_text_file(path: Path) -> list[str]:
     """Return the documents of a .txt file (one per line) or a .parquet file (its `text` column).
 
-    Lines of a .txt file keep their line break, so that documents read from a
-    file end like wikitext's rows on the Hub do.
+    Extensions are matched case-insensitively. Lines of a .txt file keep their
+    line break, so that documents read from a file end like wikitext's rows on
+    the Hub do. Raises UsageError for a folder, another extension, a missing
+    file, a .txt file that is not UTF-8, and a file that is not Parquet or has
+    no string `text` column.
     """
     path = Path(path)
-    if path.suffix not in TEXT_FILE_SUFFIXES:
+    suffix = path.suffix.lower()
+    if path.is_dir():
+        raise UsageError(
+            f"{path} is a folder, not a file; pass a .txt file (one document per line) "
+            f"or a .parquet file with a {TEXT_COLUMN!r} column"
+        )
+    if suffix not in TEXT_FILE_SUFFIXES:
         raise UsageError(
             f"{path} has the extension {path.suffix or '(none)'!r}; use a .txt file "
             f"(one document per line) or a .parquet file with a {TEXT_COLUMN!r} column"
@@ -76,17 +113,44 @@ def load_text_file(path: Path) -> list[str]:
     if not path.is_file():
         raise UsageError(f"text file {path} not found; check the path")
 
-    if path.suffix == ".txt":
+    if suffix == ".txt":
+        return read_txt(path)
+    return read_parquet_text_column(path)
+
+
+def read_txt(path: Path) -> list[str]:
+    try:
         with open(path, encoding="utf-8") as stream:
             return stream.readlines()
+    except UnicodeDecodeError as error:
+        raise UsageError(
+            f"{path} is not valid UTF-8 ({error.reason}); save the text as UTF-8, "
+            f"for example with iconv -f OLD_ENCODING -t UTF-8"
+        ) from error
 
+
+def read_parquet_text_column(path: Path) -> list[str]:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    columns = pq.read_schema(path).names
-    if TEXT_COLUMN not in columns:
+    try:
+        schema = pq.read_schema(path)
+    except pa.ArrowInvalid as error:
         raise UsageError(
-            f"{path} has no {TEXT_COLUMN!r} column (columns: {', '.join(columns)}); "
+            f"{path} is not a valid Parquet file ({error}); write it with pyarrow or "
+            "pandas.DataFrame.to_parquet, or pass a .txt file"
+        ) from error
+
+    if TEXT_COLUMN not in schema.names:
+        raise UsageError(
+            f"{path} has no {TEXT_COLUMN!r} column (columns: {', '.join(schema.names)}); "
             f"write the documents to a column named {TEXT_COLUMN!r}"
+        )
+    column_type = schema.field(TEXT_COLUMN).type
+    if not (pa.types.is_string(column_type) or pa.types.is_large_string(column_type)):
+        raise UsageError(
+            f"{path}: the {TEXT_COLUMN!r} column has the type {column_type}, not string; "
+            "write the documents as strings"
         )
     return pq.read_table(path, columns=[TEXT_COLUMN]).column(TEXT_COLUMN).to_pylist()
 
@@ -131,6 +195,11 @@ def build_block_dataset(tokenizer, texts: list[str | None], block_size: int, sou
     import datasets
 
     documents = drop_empty_lines(texts)
+    if not documents:
+        raise UsageError(
+            f"{source} has no text after dropping empty lines; pass text with at least one line "
+            "that is not blank"
+        )
     logger.info("%s: %d documents, %d empty lines dropped", source, len(documents), len(texts) - len(documents))
     blocks = group_into_blocks(tokenize_texts(tokenizer, documents), block_size, source)
     logger.info("%s: %d blocks of %d tokens", source, len(blocks["input_ids"]), block_size)

@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,8 +96,11 @@ def check_arguments(args: argparse.Namespace) -> None:
             raise UsageError(f"{flag} {value} is invalid; pass 1 or more")
     if args.max_steps is not None and args.max_steps < 1:
         raise UsageError(f"--max-steps {args.max_steps} is invalid; pass 1 or more, or leave it out")
-    if not args.learning_rate > 0:
-        raise UsageError(f"--learning-rate {args.learning_rate} is invalid; pass a positive number such as 5e-5")
+    if not (math.isfinite(args.learning_rate) and args.learning_rate > 0):
+        raise UsageError(
+            f"--learning-rate {args.learning_rate} is invalid; pass a positive, finite number such as 5e-5"
+        )
+    check_output_dir(args.output_dir)
 
     if args.train_file is not None and args.eval_file is None:
         raise UsageError("--eval-file is missing: --train-file needs it; pass both, or neither to use --dataset")
@@ -116,6 +120,25 @@ def check_arguments(args: argparse.Namespace) -> None:
         raise UsageError(
             f"{', '.join(changed_dataset_flags)} cannot be combined with --train-file; "
             "pass either the dataset options or --train-file and --eval-file"
+        )
+
+
+def check_output_dir(output_dir: Path) -> None:
+    """Raise UsageError, before any training, unless output_dir is a writable folder or can be created."""
+    if output_dir.exists() and not output_dir.is_dir():
+        raise UsageError(f"--output-dir {output_dir} is a file, not a folder; pass a folder path")
+
+    existing = output_dir
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UsageError(
+            f"--output-dir {output_dir} cannot be created because {existing} is a file; pass another folder path"
+        )
+    # save_model creates the missing folders below `existing`, so that folder must be writable.
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(
+            f"--output-dir {output_dir}: the folder {existing} is not writable; pass a folder you can write to"
         )
 
 
@@ -155,8 +178,28 @@ def load_tokenizer(model: str):
     from transformers import AutoTokenizer
 
     tokenizer = load_pretrained(AutoTokenizer, model)
+    check_tokenizer_files(model)
     set_pad_token(tokenizer)
     return tokenizer
+
+
+def check_tokenizer_files(model: str) -> None:
+    """Raise UsageError when a local model folder has no tokenizer files.
+
+    From a folder with only config.json, transformers 5.25 builds an empty
+    GPT-2 tokenizer (only its EOS token) instead of raising, and every text
+    would then tokenize to 0 tokens.
+    """
+    path = Path(model).expanduser()
+    if not path.is_dir():
+        return
+    has_bpe_files = (path / "vocab.json").is_file() and (path / "merges.txt").is_file()
+    if (path / "tokenizer.json").is_file() or has_bpe_files:
+        return
+    raise UsageError(
+        f"--model {model}: the tokenizer could not be loaded from the folder, which has neither tokenizer.json "
+        "nor vocab.json with merges.txt; save the tokenizer there with tokenizer.save_pretrained"
+    )
 
 
 def set_pad_token(tokenizer) -> None:

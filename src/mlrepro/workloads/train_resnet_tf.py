@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 import time
 from dataclasses import dataclass
@@ -118,9 +119,9 @@ def check_arguments(args: argparse.Namespace) -> None:
             raise UsageError(
                 f"{flag} {value} is invalid; pass a positive number of images, or leave it out for all"
             )
-    if not args.learning_rate > 0:
+    if not (math.isfinite(args.learning_rate) and args.learning_rate > 0):
         raise UsageError(
-            f"--learning-rate {args.learning_rate} is invalid; pass a positive number such as 0.001"
+            f"--learning-rate {args.learning_rate} is invalid; pass a positive, finite number such as 0.001"
         )
     if args.data_dir is not None:
         cifar100.check_folder(args.data_dir)
