@@ -206,9 +206,11 @@ def machine_table(machine: dict) -> list[str]:
         rows.append(("torch CPU threads", machine["torch_threads"]))
     before, after = machine["load_average_before"], machine["load_average_after"]
     if before is not None:
-        # Other processes on the machine slow every figure; the load average shows how busy it was.
         rows.append(("Load average (1 min), start and end", f"{before:.2f}, {after:.2f}"))
-    return ["## Machine", "", "| | |", "| --- | --- |", *[f"| {name} | {value} |" for name, value in rows]]
+    lines = ["## Machine", "", "| | |", "| --- | --- |", *[f"| {name} | {value} |" for name, value in rows]]
+    if before is not None:
+        lines += ["", "Other processes that run at the same time slow every figure; the load average shows how busy the machine was."]
+    return lines
 
 
 def figure_range(m, digits: int) -> str:
@@ -235,8 +237,8 @@ def resnet_tf_section(measurements: list) -> list[str]:
         "",
         "Published Apple Silicon figures for the same setup, from "
         f"[mac-ml-speed-test]({MAC_ML_SPEED_TEST_SCRIPT}): 50000 real CIFAR-100 training images divided by the mean "
-        "seconds per epoch of a 5-epoch `model.fit`. That mean includes the first epoch's graph tracing, so these "
-        "figures are slightly lower than a warmed-up median; the TensorFlow and tensorflow-metal versions are not "
+        "seconds per epoch of a 5-epoch `model.fit`. That mean includes the first epoch's graph tracing, which "
+        "lowers these figures against a warmed-up median. The TensorFlow and tensorflow-metal versions are not "
         "recorded with them.",
         "",
         "| chip | " + " | ".join(f"batch {size}, images/s" for size in batch_sizes) + " | source |",
