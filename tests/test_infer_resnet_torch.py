@@ -302,7 +302,7 @@ def test_cli_missing_image(torch_home, tmp_path, capsys):
     missing = tmp_path / "missing.jpg"
     assert cli.main(["infer-resnet-torch", "--device", "cpu", "--image", str(missing)]) == 2
     stderr = capsys.readouterr().err
-    assert f"--image {missing} cannot be read as an image" in stderr
+    assert f"--image {missing} not found (resolved to {missing.resolve()})" in stderr
     assert "Traceback" not in stderr
 
 

@@ -115,3 +115,12 @@ def test_compare_unknown_run_exits_2(tmp_path, capsys):
     assert cli.main(["runs", "--runs-dir", str(tmp_path), "compare", "nope", "nada"]) == 2
 
     assert "run 'nope' not found" in capsys.readouterr().err
+
+
+def test_compare_plain_folder_exits_2(tmp_path, capsys):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+
+    assert cli.main(["runs", "--runs-dir", str(tmp_path), "compare", "a", "b"]) == 2
+
+    assert "is not a run record" in capsys.readouterr().err

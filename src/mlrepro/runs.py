@@ -165,16 +165,24 @@ def find_run(runs_dir: Path, name: str) -> Path:
     """Resolve a run given as a folder path, a folder name under runs_dir, or a unique prefix of one."""
     from mlrepro.errors import UsageError
 
-    if Path(name).is_dir():
-        return Path(name)
-    if (runs_dir / name).is_dir():
-        return runs_dir / name
-    matches = sorted(path for path in runs_dir.glob(f"{name}*") if path.is_dir())
+    for candidate in (Path(name), runs_dir / name):
+        if candidate.is_dir():
+            return require_record(candidate)
+    matches = sorted(path for path in runs_dir.glob(f"{name}*") if (path / "config.json").exists())
     if len(matches) == 1:
         return matches[0]
     if not matches:
         raise UsageError(f"run {name!r} not found in {runs_dir}; `mlrepro runs list` shows the runs")
     raise UsageError(f"run {name!r} matches {len(matches)} runs in {runs_dir}; give more of its name")
+
+
+def require_record(directory: Path) -> Path:
+    """Return directory if it is a run record (it has config.json), else raise UsageError."""
+    from mlrepro.errors import UsageError
+
+    if not (directory / "config.json").exists():
+        raise UsageError(f"{directory} is not a run record (it has no config.json); `mlrepro runs list` shows the runs")
+    return directory
 
 
 def list_runs(runs_dir: Path) -> list[dict[str, Any]]:

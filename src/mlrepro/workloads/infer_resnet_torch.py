@@ -158,6 +158,8 @@ def load_image(path: Path, transforms):
     """Read an image file as RGB and preprocess it with `transforms` into a float tensor of shape (3, 224, 224)."""
     from PIL import Image
 
+    if not path.is_file():
+        raise UsageError(f"--image {path} not found (resolved to {path.resolve()}); pass the path of an image file")
     try:
         with Image.open(path) as image:
             rgb = image.convert("RGB")
