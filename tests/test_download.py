@@ -1,48 +1,19 @@
 """Downloading CIFAR-100 into the Keras cache from a local HTTP server, with sha256 and safe extraction."""
 
-import functools
-import http.server
 import tarfile
-import threading
 
 import pytest
+from http_fixtures import file_server  # noqa: F401  (pytest fixture)
 from cifar_fixtures import cifar100_archive, random_cifar100_folder, write_tar_gz
 
 from mlrepro.data import cifar100
 from mlrepro.data.download import DownloadError, download_file, extract_tar, sha256_of
 
 
-class RecordingHandler(http.server.SimpleHTTPRequestHandler):
-    """Serve files from a folder, note each requested path, and keep the test output quiet."""
-
-    def __init__(self, *args, requests, **kwargs):
-        self.requests = requests
-        super().__init__(*args, **kwargs)
-
-    def do_GET(self):
-        self.requests.append(self.path)
-        super().do_GET()
-
-    def log_message(self, format, *args):
-        pass
-
-
 @pytest.fixture
-def server(tmp_path):
-    """An HTTP server on 127.0.0.1 serving tmp_path/served; yields (base URL, served folder, requests)."""
-    served = tmp_path / "served"
-    served.mkdir()
-    requests = []
-    handler = functools.partial(RecordingHandler, directory=str(served), requests=requests)
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}", served, requests
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join()
+def server(file_server):  # noqa: F811
+    """Return (base URL, served folder, requests) of the shared local file server."""
+    return file_server.base_url, file_server.folder, file_server.requests
 
 
 @pytest.fixture

@@ -1,12 +1,8 @@
 """Tests of the infer-resnet-torch workload on a ResNet-50 weights file in the torchvision cache layout."""
 
-import functools
 import hashlib
-import http.server
 import json
 import logging
-import socket
-import threading
 from pathlib import Path
 
 import pytest
@@ -16,6 +12,7 @@ from torchvision.models import ResNet50_Weights, resnet50
 from mlrepro import cli
 from mlrepro.errors import UsageError
 from mlrepro.workloads import infer_resnet_torch
+from http_fixtures import closed_port_url, file_server  # noqa: F401  (pytest fixture)
 from samples import extract_members
 
 CATEGORIES = ResNet50_Weights.IMAGENET1K_V1.meta["categories"]
@@ -55,33 +52,6 @@ def empty_torch_home(tmp_path, monkeypatch):
 def no_accelerator(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
-
-
-@pytest.fixture
-def file_server(tmp_path):
-    """Serve tmp_path/served over HTTP on 127.0.0.1; yield the folder and its base URL."""
-    folder = tmp_path / "served"
-    folder.mkdir()
-
-    class QuietHandler(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, format, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=folder))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield folder, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
-    thread.join()
-
-
-def closed_port_url(path: str) -> str:
-    """Return a loopback URL on a port that nothing listens on, so a download fails at once."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    return f"http://127.0.0.1:{port}/{path}"
 
 
 @pytest.fixture(scope="session")
@@ -142,7 +112,7 @@ def test_cached_weights_loaded_as_is(torch_home, reference_logits):
 
 
 def test_download_checks_hash_and_caches(empty_torch_home, file_server):
-    folder, base_url = file_server
+    folder, base_url = file_server.folder, file_server.base_url
     state_dict = {"weight": torch.arange(12, dtype=torch.float32).reshape(3, 4)}
     staging = folder / "staging.pth"
     torch.save(state_dict, staging)
@@ -161,7 +131,7 @@ def test_download_checks_hash_and_caches(empty_torch_home, file_server):
 
 
 def test_download_hash_mismatch(empty_torch_home, file_server):
-    folder, base_url = file_server
+    folder, base_url = file_server.folder, file_server.base_url
     torch.save({"weight": torch.ones(2)}, folder / "tiny-deadbeef.pth")
     with pytest.raises(UsageError) as error:
         infer_resnet_torch.load_state_dict(f"{base_url}/tiny-deadbeef.pth")

@@ -7,6 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from gpt2_fixtures import (  # noqa: F401  (pytest fixtures)
+    datasets_cache,
     EVAL_ARTICLES,
     TRAIN_ARTICLES,
     hub_layout_dataset,
@@ -16,15 +17,6 @@ from gpt2_fixtures import (  # noqa: F401  (pytest fixtures)
 )
 from mlrepro.data import text
 from mlrepro.errors import UsageError
-
-
-@pytest.fixture
-def datasets_cache(tmp_path, monkeypatch):
-    """Send the datasets library's Arrow cache to a temporary folder."""
-    import datasets
-
-    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "datasets-cache")
-    return tmp_path / "datasets-cache"
 
 
 @pytest.fixture(scope="module")

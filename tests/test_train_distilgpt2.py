@@ -10,6 +10,7 @@ import shutil
 import pytest
 
 from gpt2_fixtures import (  # noqa: F401  (pytest fixtures)
+    datasets_cache,
     hub_layout_dataset,
     real_gpt2_tokenizer_dir,
     save_gpt2_model,
@@ -21,13 +22,6 @@ from mlrepro.data import text
 from mlrepro.errors import UsageError
 from mlrepro.runs import RunRecord
 from mlrepro.workloads import train_distilgpt2 as workload
-
-
-@pytest.fixture
-def datasets_cache(tmp_path, monkeypatch):
-    import datasets
-
-    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "datasets-cache")
 
 
 def load_tiny(tiny_gpt2_dir):

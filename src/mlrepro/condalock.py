@@ -360,7 +360,7 @@ def lock(
         result = subprocess.run(command, cwd=staging, check=False)
         if result.returncode != 0:
             raise LockError(
-                f"conda-lock failed with exit code {result.returncode} (its output above says why); "
+                f"conda-lock failed with exit code {result.returncode} (see its output above for the cause); "
                 f"{locking.display_path(lockfile)} is unchanged"
             )
 
@@ -398,7 +398,7 @@ def install(
     result = subprocess.run(command, check=False)
     if result.returncode != 0:
         raise LockError(
-            f"conda-lock install failed with exit code {result.returncode} (its output above says why); "
+            f"conda-lock install failed with exit code {result.returncode} (see its output above for the cause); "
             f"{prefix} is incomplete and the next run rebuilds it"
         )
 

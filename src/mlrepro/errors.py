@@ -4,7 +4,7 @@
 class UsageError(Exception):
     """A bad argument or input. The CLI prints the message, without a traceback, and exits 2.
 
-    The message names the value and says how to fix it.
+    The message names the value and gives the fix.
     """
 
 

@@ -1,7 +1,7 @@
 """Build, or reuse, the locked environment that a nox session runs in.
 
 Each environment lives in `.nox/envs/<role>-<platform>` and carries a stamp
-with the hash of the lock it was built from; it is rebuilt only when that lock
+with the hash of the lock it was built from. It is rebuilt only when that lock
 changes. A change to pyproject.toml alone reinstalls mlrepro and keeps the packages. Standard library only: the noxfile imports it.
 
 Two backends build environments. `conda` creates them from conda-lock.yml with
